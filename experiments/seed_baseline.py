@@ -1,7 +1,7 @@
 """Train the seed network with the seed's settings, without Ray, and print its metrics.
 
-    python experiments/seed_baseline.py            # 400 steps of batch 64, as the notebook
-    python experiments/seed_baseline.py --steps 50 --device cuda
+python experiments/seed_baseline.py            # 400 steps of batch 64, as the notebook
+python experiments/seed_baseline.py --steps 50 --device cuda
 """
 
 from __future__ import annotations
@@ -31,9 +31,7 @@ def main() -> None:
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     train_config = TrainConfig(val_size=args.val_size)  # Adam 1e-4, 0.5, 0.9; batch 64
-    metrics = train(
-        ModelConfig.seed(), train_config, args.steps, device, args.seed, log_every=50
-    )
+    metrics = train(ModelConfig.seed(), train_config, args.steps, device, args.seed, log_every=50)
     if args.json:
         print(json.dumps(metrics))
         return

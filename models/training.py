@@ -106,9 +106,7 @@ class Trainer:
             lr=train_config.lr,
             betas=(train_config.beta1, train_config.beta2),
         )
-        self.forward: nn.Module = (
-            torch.compile(self.model) if train_config.compile else self.model
-        )
+        self.forward: nn.Module = torch.compile(self.model) if train_config.compile else self.model
         self.generator = torch.Generator(self.device).manual_seed(seed)
 
         val_images, val_labels = validation_set(circles, train_config.val_size)
