@@ -25,13 +25,16 @@ EXPERIMENT = ExperimentConfig(
 # Small, cheap networks around the seed's own settings, which every search includes.
 SPACE = SearchSpace(
     depth=(2, 8),
-    filters=(4, 8, 16),
+    filters=(8, 16),
     kernel_size=(3, 5, 7),
-    pooling=("none", "max", "avg"),
+    activation=("relu", "seed"),
+    pooling=("none", "max"),
     pool_every=(1, 2),
-    head_width=(32, 64),
+    norm=("none", "batch"),
+    head_width=(64,),
     lr=(1e-4, 1e-2),
-    batch_size=(16, 32, 64),
+    beta2=(0.9, 0.999),
+    batch_size=(32, 64),
 )
 
 if __name__ == "__main__":

@@ -64,6 +64,11 @@ def _parser(description: str, defaults: ExperimentConfig) -> argparse.ArgumentPa
     add("--seed", type=int, default=defaults.seed, help="sampler, weights and data seed")
     add("--steps-per-iteration", type=int, default=defaults.steps_per_iteration)
     add("--max-iterations", type=int, default=defaults.max_iterations)
+    add(
+        "--autoscaling",
+        action="store_true",
+        help="the cluster adds nodes on demand: do not require a node that fits a trial now",
+    )
     add("--resume", action="store_true", help="continue the experiment --name")
     add("--smoke-test", action="store_true", help="a tiny run of the same script, for tests")
     return parser
@@ -93,6 +98,7 @@ def parse_experiment(
         ("seed", "seed"),
         ("steps_per_iteration", "steps_per_iteration"),
         ("max_iterations", "max_iterations"),
+        ("autoscaling", "autoscaling"),
     ):
         value = getattr(args, flag)
         if value != parser.get_default(flag) or field not in overrides:
@@ -133,7 +139,7 @@ def main(
 def print_summary(results: tune.ResultGrid, experiment: ExperimentConfig) -> None:
     errors = sum(1 for r in results if r.error is not None)
     print(f"\n{len(results)} trials, {errors} errored; experiment: {experiment.experiment_path}")
-    best = results.get_best_result(metric=METRIC, mode="min", scope="all")
+    best = results.get_best_result(metric=METRIC, mode="min", scope="last")
     if best.metrics is None:
         print("no trial reported a result")
         return
@@ -143,6 +149,5 @@ def print_summary(results: tune.ResultGrid, experiment: ExperimentConfig) -> Non
     print(f"  config      {json.dumps(params, sort_keys=True)}")
     print("  metrics     " + "  ".join(f"{k} {best.metrics[k]:.3f}" for k in shown))
     print(f"  iterations  {best.metrics['training_iteration']}")
-    checkpoint = best.get_best_checkpoint(METRIC, "min") or best.checkpoint
-    print(f"  checkpoint  {checkpoint.path if checkpoint else 'none'}")
+    print(f"  checkpoint  {best.checkpoint.path if best.checkpoint else 'none'}")
     print(f"tensorboard --logdir {experiment.experiment_path}")

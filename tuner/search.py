@@ -82,6 +82,7 @@ class ExperimentConfig:
     keep_checkpoints: int = 2
     picture_every: int = 4
     reuse_actors: bool = True
+    autoscaling: bool = False
     precision: str = "fp32"
     channels_last: bool = False
     compile: bool = False
@@ -350,14 +351,20 @@ def _check_storage(experiment: ExperimentConfig) -> None:
 
 
 def _check_resources(experiment: ExperimentConfig) -> None:
-    """Fail now if no node of the cluster could ever hold one trial."""
+    """Fail now if no node of the cluster could ever hold one trial.
+
+    An autoscaling cluster may have no worker yet; `experiment.autoscaling` skips the check.
+    """
+    if experiment.autoscaling:
+        return
     nodes = [n["Resources"] for n in ray.nodes() if n.get("Alive")]
     most_gpus = max((n.get("GPU", 0) for n in nodes), default=0)
     most_cpus = max((n.get("CPU", 0) for n in nodes), default=0)
     if experiment.gpus_per_trial > most_gpus:
         raise ValueError(
             f"gpus_per_trial={experiment.gpus_per_trial:g} but the largest node of this Ray "
-            f"cluster has {most_gpus:g} GPUs; allowed: 0 to {most_gpus:g}"
+            f"cluster has {most_gpus:g} GPUs; allowed: 0 to {most_gpus:g} (on a cluster "
+            f"that adds GPU nodes on demand, pass --autoscaling)"
         )
     if experiment.cpus_per_trial > most_cpus:
         raise ValueError(
@@ -381,8 +388,13 @@ def connect(address: str | None) -> bool:
         return False
     if address:
         root = _repo_root()
+        # A driver started by `ray job submit` already runs in the job's runtime environment,
+        # and Ray refuses to merge a second working_dir into it.
+        in_job = "RAY_JOB_CONFIG_JSON_ENV_VAR" in os.environ
         runtime_env = (
-            {"working_dir": str(root), "excludes": _WORKING_DIR_EXCLUDES} if root else None
+            {"working_dir": str(root), "excludes": _WORKING_DIR_EXCLUDES}
+            if root and not in_job
+            else None
         )
         ray.init(address=address, runtime_env=runtime_env)
     else:
