@@ -49,6 +49,7 @@ CONFIG_FILE = "circletune.json"
 STUDY_FILE = "optuna.db"
 STUDY_NAME = "circletune"
 RAY_TRIAL_ID = "ray_trial_id"  # user attribute of each Optuna trial
+SNAPSHOT_PERIOD_S = 2
 ORPHANED = "orphaned"  # user attribute of trials a crashed driver asked for but never ran
 
 # What a driver on another machine ships to the cluster's workers (see cluster/README.md).
@@ -436,6 +437,9 @@ def run_search(
         _check_resources(experiment)
         # Trials write their own TensorBoard files (tuner.board); Ray's copy would duplicate them.
         os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "1"
+        # Snapshot the experiment state every few seconds instead of Ray's adaptive default
+        # (10 s or more): after a driver crash, less is redone (see README, limits).
+        os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", str(SNAPSHOT_PERIOD_S))
         if resume:
             logger.info("resuming %s", path)
             tuner = tune.Tuner.restore(
