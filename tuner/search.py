@@ -7,6 +7,7 @@ experiment directory, and runs (or resumes) the Tuner.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import json
@@ -14,13 +15,15 @@ import logging
 import math
 import os
 import re
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import optuna
 import ray
+import sqlalchemy.exc
 from ray import tune
 from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 from ray.tune.schedulers import ASHAScheduler
@@ -180,6 +183,88 @@ class ExperimentConfig:
         return cls(**data)
 
 
+class StorageError(RuntimeError):
+    """The experiment directory stopped accepting writes in the middle of a search."""
+
+
+class StorageGuard(tune.Callback, tune.Stopper):
+    """Ends the search cleanly, naming the path, once the experiment directory rejects a write.
+
+    Without it, a full or read-only disk shows up as trials failing one by one, with retries,
+    while Ray's snapshots of the experiment are cut short mid-file. The guard keeps a reserve
+    file of `reserve_bytes` in the experiment directory. A probe write (at most one per
+    `period_s`) that fails releases the reserve and stops every trial, so the final snapshot of
+    the experiment state still finds room and the directory stays readable.
+    """
+
+    RESERVE = ".circletune-reserve"
+
+    def __init__(self, path: str, period_s: float = 1.0, reserve_bytes: int = 32 << 20) -> None:
+        self.path = Path(path)
+        self.period_s = period_s
+        self.reserve_bytes = reserve_bytes
+        self.error: str | None = None
+        self._last = 0.0
+
+    def setup(self, **info: Any) -> None:
+        reserve = self.path / self.RESERVE
+        if not reserve.exists():
+            with open(reserve, "wb") as file:
+                file.truncate(0)
+                chunk = b"\0" * (1 << 20)
+                for _ in range(self.reserve_bytes >> 20):
+                    file.write(chunk)
+
+    def check(self) -> str | None:
+        """Why the experiment directory rejects a small write now, or None if it takes it."""
+        probe = self.path / ".circletune-probe"
+        try:
+            probe.write_bytes(b"ok" * 512)
+            probe.unlink()
+        except OSError as error:
+            return (
+                f"storage path {str(self.path)!r} cannot be written any more "
+                f"({error.strerror or error}); what was written before stays readable there. "
+                f"Free space or restore write access, then rerun with --resume"
+            )
+        return None
+
+    def _watch(self, now: bool = False) -> None:
+        if self.error is not None or (not now and time.monotonic() - self._last < self.period_s):
+            return
+        self._last = time.monotonic()
+        self.error = self.check()
+        if self.error is not None:
+            logger.error("%s", self.error)
+            with contextlib.suppress(OSError):  # a read-only directory has nothing to free
+                (self.path / self.RESERVE).unlink(missing_ok=True)
+
+    def on_step_end(self, iteration: int, trials: list, **info: Any) -> None:
+        self._watch()
+
+    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._watch(now=True)  # a failing trial may be the first sign
+
+    def __call__(self, trial_id: str, result: dict[str, Any]) -> bool:
+        return self.error is not None
+
+    def stop_all(self) -> bool:
+        return self.error is not None
+
+
+# What Optuna's RDB storage raises when its database file cannot be written (disk full,
+# read-only); the search stops through StorageGuard rather than crash the driver mid-write.
+_STUDY_WRITE_ERRORS = (optuna.exceptions.StorageInternalError, sqlalchemy.exc.OperationalError)
+
+
+@contextlib.contextmanager
+def _study_write(what: str, trial_id: str) -> Iterator[None]:
+    try:
+        yield
+    except _STUDY_WRITE_ERRORS as error:
+        logger.error("the Optuna study did not record the %s of %s: %s", what, trial_id, error)
+
+
 class PruningOptunaSearch(OptunaSearch):
     """`OptunaSearch` that tells Optuna the truth about trials that did not run to the end.
 
@@ -194,20 +279,29 @@ class PruningOptunaSearch(OptunaSearch):
         self._max_iterations = max_iterations
 
     def suggest(self, trial_id: str) -> dict[str, Any] | None:
-        config = super().suggest(trial_id)
-        # Tag the Optuna trial with Ray's id: readers can join the two, and a restore can tell
-        # which Optuna trials Ray still knows.
-        self._ot_trials[trial_id].set_user_attr(RAY_TRIAL_ID, trial_id)
+        try:
+            config = super().suggest(trial_id)
+            # Tag the Optuna trial with Ray's id: readers can join the two, and a restore can
+            # tell which Optuna trials Ray still knows.
+            self._ot_trials[trial_id].set_user_attr(RAY_TRIAL_ID, trial_id)
+        except _STUDY_WRITE_ERRORS as error:
+            self._ot_trials.pop(trial_id, None)
+            logger.error("the Optuna study rejected a new trial (%s); retrying later", error)
+            return None  # Tune asks again later; StorageGuard stops a search whose disk failed
         return config
 
     def on_trial_result(self, trial_id: str, result: dict[str, Any]) -> None:
-        if self._finished_in_study(trial_id):
-            return
-        super().on_trial_result(trial_id, result)
+        with _study_write("result", trial_id):
+            if not self._finished_in_study(trial_id):
+                super().on_trial_result(trial_id, result)
 
     def on_trial_complete(
         self, trial_id: str, result: dict[str, Any] | None = None, error: bool = False
     ) -> None:
+        with _study_write("end", trial_id):
+            self._complete(trial_id, result, error)
+
+    def _complete(self, trial_id: str, result: dict[str, Any] | None, error: bool) -> None:
         if self._finished_in_study(trial_id):
             return
         iterations = (result or {}).get("training_iteration", 0)
@@ -315,6 +409,8 @@ def build_tuner(
 
 
 def _run_config(experiment: ExperimentConfig) -> tune.RunConfig:
+    # Object stores are checked by Ray's own uploads; the guard watches file systems.
+    guards = [] if experiment.is_uri else [StorageGuard(experiment.experiment_path)]
     return tune.RunConfig(
         name=experiment.name,
         storage_path=experiment.storage_path
@@ -329,7 +425,8 @@ def _run_config(experiment: ExperimentConfig) -> tune.RunConfig:
         # Trials write their TensorBoard files themselves; artifact sync brings them over
         # from the node that ran the trial.
         sync_config=tune.SyncConfig(sync_artifacts=True),
-        callbacks=[JsonLoggerCallback(), CSVLoggerCallback()],
+        callbacks=[JsonLoggerCallback(), CSVLoggerCallback(), *guards],
+        stop=guards[0] if guards else None,
         verbose=1,
     )
 
@@ -455,6 +552,10 @@ def run_search(
             _write_config(experiment, space)
             tuner = build_tuner(experiment, space)
         results = tuner.fit()
+        # The guard that ran is the Tuner's own copy (unpickled, after a restore).
+        guard = tuner._local_tuner.get_run_config().stop
+        if isinstance(guard, StorageGuard) and guard.error is not None:
+            raise StorageError(guard.error)
         if experiment.is_uri:
             _upload_study(experiment)
         return results
