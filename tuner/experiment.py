@@ -19,7 +19,13 @@ from typing import Any
 
 from ray import tune
 
-from tuner.search import METRIC, ExperimentConfig, load_experiment_config, run_search
+from tuner.search import (
+    METRIC,
+    ExperimentConfig,
+    StorageError,
+    load_experiment_config,
+    run_search,
+)
 from tuner.space import SearchSpace
 
 __all__ = ["main", "parse_experiment"]
@@ -132,6 +138,9 @@ def main(
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)
+    except StorageError as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(1)
     print_summary(results, experiment)
     return results
 
