@@ -70,6 +70,7 @@ def _parser(description: str, defaults: ExperimentConfig) -> argparse.ArgumentPa
     add("--seed", type=int, default=defaults.seed, help="sampler, weights and data seed")
     add("--steps-per-iteration", type=int, default=defaults.steps_per_iteration)
     add("--max-iterations", type=int, default=defaults.max_iterations)
+    add("--sampler", choices=["tpe", "random"], default=defaults.sampler, help="Optuna sampler")
     add(
         "--autoscaling",
         action="store_true",
@@ -105,6 +106,7 @@ def parse_experiment(
         ("steps_per_iteration", "steps_per_iteration"),
         ("max_iterations", "max_iterations"),
         ("autoscaling", "autoscaling"),
+        ("sampler", "sampler"),
     ):
         value = getattr(args, flag)
         if value != parser.get_default(flag) or field not in overrides:

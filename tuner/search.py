@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import optuna
 import ray
@@ -53,6 +53,7 @@ STUDY_FILE = "optuna.db"
 STUDY_NAME = "circletune"
 RAY_TRIAL_ID = "ray_trial_id"  # user attribute of each Optuna trial
 SNAPSHOT_PERIOD_S = 2
+SAMPLERS = ("tpe", "random")
 ORPHANED = "orphaned"  # user attribute of trials a crashed driver asked for but never ran
 
 # What a driver on another machine ships to the cluster's workers (see cluster/README.md).
@@ -86,6 +87,8 @@ class ExperimentConfig:
     keep_checkpoints: int = 2
     picture_every: int = 4
     reuse_actors: bool = True
+    sampler: str = "tpe"
+    early_stopping: bool = True
     autoscaling: bool = False
     precision: str = "fp32"
     channels_last: bool = False
@@ -114,6 +117,8 @@ class ExperimentConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
                 raise ValueError(f"{name} must be an integer >= {minimum}, but got {value!r}")
+        if self.sampler not in SAMPLERS:
+            raise ValueError(f"sampler must be one of {list(SAMPLERS)}, but got {self.sampler!r}")
         if self.grace_period > self.max_iterations:
             raise ValueError(
                 f"grace_period must be <= max_iterations ({self.max_iterations}), "
@@ -198,6 +203,9 @@ class StorageGuard(tune.Callback, tune.Stopper):
     """
 
     RESERVE = ".circletune-reserve"
+    # Failures by experiment path, read by run_search: the guard that runs is the Tuner's own
+    # copy (unpickled from the experiment directory after a restore), not one we hold.
+    failures: ClassVar[dict[str, str]] = {}
 
     def __init__(self, path: str, period_s: float = 1.0, reserve_bytes: int = 32 << 20) -> None:
         self.path = Path(path)
@@ -236,6 +244,7 @@ class StorageGuard(tune.Callback, tune.Stopper):
         self.error = self.check()
         if self.error is not None:
             logger.error("%s", self.error)
+            StorageGuard.failures[str(self.path)] = self.error
             with contextlib.suppress(OSError):  # a read-only directory has nothing to free
                 (self.path / self.RESERVE).unlink(missing_ok=True)
 
@@ -349,13 +358,16 @@ def study_storage_url(experiment: ExperimentConfig) -> str:
 
 
 def build_searcher(experiment: ExperimentConfig, space: SearchSpace) -> PruningOptunaSearch:
-    sampler = optuna.samplers.TPESampler(
-        seed=experiment.seed,
-        n_startup_trials=experiment.n_startup_trials,
-        multivariate=True,
-        group=True,  # conditional parameters are modelled per group of co-occurring ones
-        constant_liar=True,  # running trials count as bad, so concurrent asks spread out
-    )
+    if experiment.sampler == "random":
+        sampler: optuna.samplers.BaseSampler = optuna.samplers.RandomSampler(experiment.seed)
+    else:
+        sampler = optuna.samplers.TPESampler(
+            seed=experiment.seed,
+            n_startup_trials=experiment.n_startup_trials,
+            multivariate=True,
+            group=True,  # conditional parameters are modelled per group of co-occurring ones
+            constant_liar=True,  # running trials count as bad, so concurrent asks spread out
+        )
     storage = optuna.storages.RDBStorage(study_storage_url(experiment))
     return PruningOptunaSearch(
         space=functools.partial(define_by_run, space=space),  # picklable, for restore
@@ -378,16 +390,24 @@ def build_tuner(
     experiment: ExperimentConfig,
     space: SearchSpace,
     trainable: Callable[[dict[str, Any]], None] = train_circles,
+    stop: tune.Stopper | None = None,
 ) -> tune.Tuner:
-    """The Tuner for a new experiment; `trainable` replaces `train_circles` in benchmarks."""
+    """The Tuner for a new experiment.
+
+    Benchmarks pass their own `trainable` (instead of `train_circles`) or an extra `stop`.
+    """
     trainable = tune.with_resources(
         trainable, {"cpu": experiment.cpus_per_trial, "gpu": experiment.gpus_per_trial}
     )
-    scheduler = ASHAScheduler(
-        time_attr="training_iteration",
-        max_t=experiment.max_iterations,
-        grace_period=experiment.grace_period,
-        reduction_factor=experiment.reduction_factor,
+    scheduler = (
+        ASHAScheduler(
+            time_attr="training_iteration",
+            max_t=experiment.max_iterations,
+            grace_period=experiment.grace_period,
+            reduction_factor=experiment.reduction_factor,
+        )
+        if experiment.early_stopping
+        else None  # every trial runs max_iterations
     )
     tune_config = tune.TuneConfig(
         metric=METRIC,
@@ -404,13 +424,14 @@ def build_tuner(
         trainable,
         param_space={SETTINGS: experiment.settings()},
         tune_config=tune_config,
-        run_config=_run_config(experiment),
+        run_config=_run_config(experiment, stop),
     )
 
 
-def _run_config(experiment: ExperimentConfig) -> tune.RunConfig:
+def _run_config(experiment: ExperimentConfig, stop: tune.Stopper | None) -> tune.RunConfig:
     # Object stores are checked by Ray's own uploads; the guard watches file systems.
     guards = [] if experiment.is_uri else [StorageGuard(experiment.experiment_path)]
+    stoppers = [*guards, *([stop] if stop is not None else [])]
     return tune.RunConfig(
         name=experiment.name,
         storage_path=experiment.storage_path
@@ -426,9 +447,17 @@ def _run_config(experiment: ExperimentConfig) -> tune.RunConfig:
         # from the node that ran the trial.
         sync_config=tune.SyncConfig(sync_artifacts=True),
         callbacks=[JsonLoggerCallback(), CSVLoggerCallback(), *guards],
-        stop=guards[0] if guards else None,
+        stop=_combine(stoppers),
         verbose=1,
     )
+
+
+def _combine(stoppers: list[tune.Stopper]) -> tune.Stopper | None:
+    if len(stoppers) <= 1:
+        return stoppers[0] if stoppers else None
+    from ray.tune.stopper import CombinedStopper
+
+    return CombinedStopper(*stoppers)
 
 
 def _check_storage(experiment: ExperimentConfig) -> None:
@@ -552,10 +581,9 @@ def run_search(
             _write_config(experiment, space)
             tuner = build_tuner(experiment, space)
         results = tuner.fit()
-        # The guard that ran is the Tuner's own copy (unpickled, after a restore).
-        guard = tuner._local_tuner.get_run_config().stop
-        if isinstance(guard, StorageGuard) and guard.error is not None:
-            raise StorageError(guard.error)
+        failure = StorageGuard.failures.pop(path, None)
+        if failure is not None:
+            raise StorageError(failure)
         if experiment.is_uri:
             _upload_study(experiment)
         return results

@@ -1,0 +1,201 @@
+"""Does the search reach a good model with less compute than simpler ways of spending it?
+
+    python benchmarks/search_efficiency.py             # about 30 minutes on 2 CPU cores
+    python benchmarks/search_efficiency.py --scale 4   # four times the budget per run
+    python benchmarks/search_efficiency.py --smoke     # seconds; what the tests run
+
+Compute is counted in optimiser steps, summed over every trial of a run, so the figures do not
+depend on the machine's speed. Each strategy gets the same step budget per run, on the same
+search space, with the same number of concurrent trials, over several seeds:
+
+- tpe_asha: Optuna's TPE sampler with ASHA early stopping (circletune's default);
+- random_asha: random sampling with ASHA;
+- random_full: random sampling, every trial trained to the end;
+- seed_alone: the seed network, one trial, given the whole budget.
+
+Reported per strategy: the steps it needed before any trial reached the target val_rmse, and
+the best val_rmse at the end of the budget, as median and range over seeds. Goal: tpe_asha
+reaches the target with at most half the steps of random_full.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import statistics
+import tempfile
+from typing import Any
+
+import ray
+from ray import tune
+
+from tuner import SEED_PARAMS, ExperimentConfig, SearchSpace, build_tuner
+
+# The quickstart's space: small networks around the seed's own settings.
+SPACE = SearchSpace(
+    depth=(2, 8),
+    filters=(8, 16),
+    kernel_size=(3, 5, 7),
+    activation=("relu", "seed"),
+    pooling=("none", "max"),
+    pool_every=(1, 2),
+    norm=("none", "batch"),
+    head_width=(64,),
+    lr=(1e-4, 1e-2),
+    beta2=(0.9, 0.999),
+    batch_size=(32, 64),
+)
+
+STRATEGIES = ("tpe_asha", "random_asha", "random_full", "seed_alone")
+
+
+class StepBudget(tune.Stopper):
+    """Ends a run once its trials have taken `budget` optimiser steps between them.
+
+    It also records, result by result, the steps spent so far and the best val_rmse so far.
+    """
+
+    def __init__(self, budget: int) -> None:
+        self.budget = budget
+        self.spent = 0
+        self.curve: list[tuple[int, float]] = []  # (steps spent, best val_rmse so far)
+        self._last_step: dict[str, int] = {}
+
+    def __call__(self, trial_id: str, result: dict[str, Any]) -> bool:
+        step = int(result["step"])
+        self.spent += step - self._last_step.get(trial_id, 0)
+        self._last_step[trial_id] = step
+        best = min(result["val_rmse"], self.curve[-1][1] if self.curve else float("inf"))
+        self.curve.append((self.spent, best))
+        return False
+
+    def stop_all(self) -> bool:
+        return self.spent >= self.budget
+
+    def steps_to(self, target: float) -> int | None:
+        return next((spent for spent, best in self.curve if best <= target), None)
+
+    def best_within_budget(self) -> float:
+        within = [best for spent, best in self.curve if spent <= self.budget]
+        return within[-1] if within else float("nan")
+
+
+def run_strategy(
+    strategy: str, seed: int, base: ExperimentConfig, budget: int, storage: str
+) -> StepBudget:
+    options: dict[str, Any] = {"seed": seed, "name": f"{strategy}_{seed}", "storage_path": storage}
+    if strategy == "tpe_asha":
+        options.update(sampler="tpe", early_stopping=True)
+    elif strategy == "random_asha":
+        options.update(sampler="random", early_stopping=True)
+    elif strategy == "random_full":
+        options.update(sampler="random", early_stopping=False)
+    else:  # seed_alone: one trial, the seed network, the whole budget
+        steps = base.steps_per_iteration
+        options.update(num_samples=1, early_stopping=False, max_iterations=-(-budget // steps))
+    experiment = dataclasses.replace(base, **options)
+    stopper = StepBudget(budget)
+    results = build_tuner(experiment, SPACE, stop=stopper).fit()
+    if strategy == "seed_alone":
+        assert all(results[0].config[k] == v for k, v in SEED_PARAMS.items())
+    return stopper
+
+
+def summarise(values: list[float | None]) -> dict[str, Any]:
+    reached = [v for v in values if v is not None]
+    return {
+        "values": values,
+        "reached": len(reached),
+        "median": statistics.median(reached) if len(reached) == len(values) else None,
+        "min": min(reached) if reached else None,
+        "max": max(reached) if reached else None,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--seeds", type=int, default=3, help="runs per strategy (default 3)")
+    parser.add_argument("--scale", type=float, default=1.0, help="multiply the step budget")
+    parser.add_argument("--target", type=float, default=4.0, help="val_rmse to reach, pixels")
+    parser.add_argument("--strategies", nargs="+", choices=STRATEGIES, default=STRATEGIES)
+    parser.add_argument("--smoke", action="store_true", help="tiny sizes, for the tests")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    args = parser.parse_args()
+    if args.seeds < 1 or args.scale <= 0:
+        parser.error("--seeds must be >= 1 and --scale > 0")
+
+    base = ExperimentConfig(
+        num_samples=1000,  # the step budget ends every run first
+        max_concurrent=2,
+        cpus_per_trial=1,
+        steps_per_iteration=4 if args.smoke else 20,
+        max_iterations=2 if args.smoke else 16,
+        grace_period=1,
+        reduction_factor=2,
+        n_startup_trials=4 if args.smoke else 8,
+        val_size=32 if args.smoke else 256,
+        max_failures=0,
+        checkpoint_every=4,
+        picture_every=1000,
+    )
+    budget = int((24 if args.smoke else 1200) * args.scale)
+
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    runs: dict[str, list[StepBudget]] = {s: [] for s in args.strategies}
+    try:
+        with tempfile.TemporaryDirectory() as storage:
+            # Seeds outermost, so that a change in machine load spreads over all strategies.
+            for seed in range(args.seeds):
+                for strategy in args.strategies:
+                    runs[strategy].append(run_strategy(strategy, seed, base, budget, storage))
+    finally:
+        ray.shutdown()
+
+    report = {
+        "budget_steps": budget,
+        "target_val_rmse": args.target,
+        "seeds": args.seeds,
+        "strategies": {
+            strategy: {
+                "steps_to_target": summarise([r.steps_to(args.target) for r in stoppers]),
+                "best_val_rmse": summarise([r.best_within_budget() for r in stoppers]),
+                "steps_spent": [r.spent for r in stoppers],
+            }
+            for strategy, stoppers in runs.items()
+        },
+    }
+    tpe = report["strategies"].get("tpe_asha", {}).get("steps_to_target", {}).get("median")
+    full = report["strategies"].get("random_full", {}).get("steps_to_target", {}).get("median")
+    report["tpe_asha_over_random_full"] = tpe / full if tpe and full else None
+    if args.json:
+        print(json.dumps(report))
+        return
+
+    print(
+        f"budget {budget} optimiser steps per run, target val_rmse {args.target} px, "
+        f"{args.seeds} seeds"
+    )
+    print(
+        f"{'strategy':<13}{'steps to target (median, range, reached)':<44}"
+        f"{'best val_rmse (median, range)'}"
+    )
+    for strategy, figures in report["strategies"].items():
+        steps, best = figures["steps_to_target"], figures["best_val_rmse"]
+        reach = (
+            f"{steps['median'] or '-':>6} [{steps['min'] or '-'}, {steps['max'] or '-'}] "
+            f"{steps['reached']}/{args.seeds}"
+        )
+        print(
+            f"{strategy:<13}{reach:<44}{best['median']:.2f} [{best['min']:.2f}, {best['max']:.2f}]"
+        )
+    ratio = report["tpe_asha_over_random_full"]
+    print(
+        f"tpe_asha / random_full, steps to target: {ratio:.2f}"
+        if ratio
+        else "tpe_asha / random_full: not every run reached the target"
+    )
+
+
+if __name__ == "__main__":
+    main()
