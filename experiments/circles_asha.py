@@ -16,7 +16,8 @@ EXPERIMENT = ExperimentConfig(
     num_samples=400,
     max_concurrent=32,
     cpus_per_trial=2,
-    # Four trials share one GPU; see benchmarks/gpu_packing.py for how this was chosen.
+    # Four trials share one GPU. A first guess for these small networks: benchmarks/gpu_packing.py
+    # measures 1, 2, 4 and 8 per GPU, but has not run on a GPU yet (README, limits).
     gpus_per_trial=0.25,
     steps_per_iteration=100,
     max_iterations=32,

@@ -25,9 +25,9 @@ from models import ConvRegressor, ModelConfig
 from tests.conftest import ROOT, load_experiment_script
 from tuner import load_checkpoint, run_search, train_circles
 from tuner.cli import main
+from tuner.config import ExperimentConfig
 from tuner.experiment import main as run_experiment
 from tuner.plots import MIN_IMPORTANCE_TRIALS, PLOT_FILES, importance_plot
-from tuner.search import ExperimentConfig
 from tuner.show import CELL_PIXELS, FRAME_PIXELS
 
 pytestmark = pytest.mark.ray

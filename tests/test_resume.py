@@ -13,7 +13,7 @@ import sqlalchemy.exc
 from ray.tune import ExperimentAnalysis
 
 from tests.conftest import ROOT, kill_session, session_processes
-from tuner.search import ORPHANED, RAY_TRIAL_ID, STUDY_FILE, STUDY_NAME
+from tuner.config import ORPHANED, RAY_TRIAL_ID, STUDY_FILE, STUDY_NAME
 
 pytestmark = pytest.mark.ray
 

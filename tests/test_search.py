@@ -12,8 +12,8 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from tests.conftest import load_experiment_script
 from tuner import SEED_PARAMS, SearchSpace, build_tuner, run_search, train_circles
 from tuner.board import CURVES
+from tuner.config import RAY_TRIAL_ID, STUDY_FILE, STUDY_NAME, ExperimentConfig
 from tuner.experiment import main, parse_experiment
-from tuner.search import RAY_TRIAL_ID, STUDY_FILE, STUDY_NAME, ExperimentConfig
 
 pytestmark = pytest.mark.ray
 

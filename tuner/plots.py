@@ -22,8 +22,8 @@ from optuna.importance import PedAnovaImportanceEvaluator
 from optuna.trial import TrialState
 from optuna.visualization import matplotlib as optuna_plots
 
+from tuner.config import METRIC
 from tuner.results import STOPPED, Experiment, writing
-from tuner.search import METRIC
 
 __all__ = [
     "MIN_IMPORTANCE_TRIALS",

@@ -8,8 +8,8 @@ import math
 import os
 from typing import Any
 
+from tuner.config import METRIC, MODE
 from tuner.results import Experiment, TrialResult, describe_counts, writing
-from tuner.search import METRIC, MODE
 
 __all__ = ["json_safe", "results_document", "results_table", "write_csv"]
 

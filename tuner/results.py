@@ -24,7 +24,7 @@ import pyarrow.fs
 from ray import tune
 from ray.tune import ExperimentAnalysis, ResultGrid
 
-from tuner.search import CONFIG_FILE, METRIC, MODE, STUDY_FILE, STUDY_NAME, ExperimentConfig
+from tuner.config import CONFIG_FILE, METRIC, MODE, STUDY_FILE, STUDY_NAME, ExperimentConfig
 from tuner.trainable import SETTINGS
 
 __all__ = [

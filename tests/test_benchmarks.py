@@ -1,0 +1,53 @@
+"""The benchmarks keep working: each runs in smoke mode and reports well-formed figures.
+
+No figure is judged here; timings belong in the benchmarks' own output.
+"""
+
+import json
+import math
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import ROOT
+
+pytestmark = pytest.mark.ray
+
+
+def _run(script: str, *args: str) -> dict:
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / script), "--smoke", "--json", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def test_harness_overhead_reports_speed_and_start_cost():
+    figures = _run("harness_overhead.py")
+    for name in (
+        "bare_samples_per_s",
+        "trial_samples_per_s",
+        "start_s_per_trial_per_slot_reuse",
+        "start_s_per_trial_per_slot_no_reuse",
+    ):
+        assert math.isfinite(figures[name]) and figures[name] > 0, name
+    assert figures["trial_over_bare"] == pytest.approx(
+        figures["trial_samples_per_s"] / figures["bare_samples_per_s"]
+    )
+
+
+def test_search_efficiency_spends_the_same_budget_on_each_strategy():
+    report = _run("search_efficiency.py", "--seeds", "1", "--strategies", "tpe_asha", "seed_alone")
+    budget = report["budget_steps"]
+    assert set(report["strategies"]) == {"tpe_asha", "seed_alone"}
+    for figures in report["strategies"].values():
+        # Every run used its whole budget (the last report may overshoot by one iteration).
+        assert all(spent >= budget for spent in figures["steps_spent"])
+        (best,) = figures["best_val_rmse"]["values"]
+        assert math.isfinite(best) and best > 0
+        assert figures["steps_to_target"]["reached"] in (0, 1)

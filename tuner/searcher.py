@@ -1,0 +1,99 @@
+"""Ray's OptunaSearch, made to tell Optuna the truth about stopped, failed and orphaned trials."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Iterator
+from typing import Any
+
+import optuna
+import sqlalchemy.exc
+from ray.tune.search.optuna import OptunaSearch
+
+from tuner.config import ORPHANED, RAY_TRIAL_ID
+
+__all__ = ["PruningOptunaSearch"]
+
+logger = logging.getLogger(__name__)
+
+_STUDY_WRITE_ERRORS = (optuna.exceptions.StorageInternalError, sqlalchemy.exc.OperationalError)
+
+
+@contextlib.contextmanager
+def _study_write(what: str, trial_id: str) -> Iterator[None]:
+    try:
+        yield
+    except _STUDY_WRITE_ERRORS as error:
+        logger.error("the Optuna study did not record the %s of %s: %s", what, trial_id, error)
+
+
+class PruningOptunaSearch(OptunaSearch):
+    """`OptunaSearch` that tells Optuna the truth about trials that did not run to the end.
+
+    Ray reports a trial stopped by ASHA as complete, with its last, half-trained score; told so,
+    TPE would rank a config by a truncated result as if it were final. Here such a trial
+    becomes PRUNED: Optuna keeps its intermediate values, and TPE compares it with others at the
+    same step. An errored trial becomes FAIL instead of COMPLETE with its last score.
+    """
+
+    def __init__(self, *args: Any, max_iterations: int, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._max_iterations = max_iterations
+
+    def suggest(self, trial_id: str) -> dict[str, Any] | None:
+        try:
+            config = super().suggest(trial_id)
+            # Tag the Optuna trial with Ray's id: readers can join the two, and a restore can
+            # tell which Optuna trials Ray still knows.
+            self._ot_trials[trial_id].set_user_attr(RAY_TRIAL_ID, trial_id)
+        except _STUDY_WRITE_ERRORS as error:
+            self._ot_trials.pop(trial_id, None)
+            logger.error("the Optuna study rejected a new trial (%s); retrying later", error)
+            return None  # Tune asks again later; StorageGuard stops a search whose disk failed
+        return config
+
+    def on_trial_result(self, trial_id: str, result: dict[str, Any]) -> None:
+        with _study_write("result", trial_id):
+            if not self._finished_in_study(trial_id):
+                super().on_trial_result(trial_id, result)
+
+    def on_trial_complete(
+        self, trial_id: str, result: dict[str, Any] | None = None, error: bool = False
+    ) -> None:
+        with _study_write("end", trial_id):
+            self._complete(trial_id, result, error)
+
+    def _complete(self, trial_id: str, result: dict[str, Any] | None, error: bool) -> None:
+        if self._finished_in_study(trial_id):
+            return
+        iterations = (result or {}).get("training_iteration", 0)
+        if error:
+            # Without a result, Ray's OptunaSearch tells FAIL on error and PRUNED otherwise.
+            super().on_trial_complete(trial_id, result=None, error=True)
+        elif result is not None and iterations < self._max_iterations:
+            # Ray hands the result that made ASHA stop the trial to on_trial_complete only;
+            # record it as the last intermediate value, which Optuna keeps for PRUNED trials.
+            super().on_trial_result(trial_id, result)
+            super().on_trial_complete(trial_id, result=None, error=False)
+        else:
+            super().on_trial_complete(trial_id, result=result, error=error)
+
+    def _finished_in_study(self, trial_id: str) -> bool:
+        # After a driver crash, Ray may rerun the tail of a trial the study already closed.
+        ot_trial = self._ot_trials.get(trial_id)
+        if ot_trial is None:
+            return False
+        return ot_trial.storage.get_trial(ot_trial._trial_id).state.is_finished()
+
+    def restore(self, checkpoint_path: str) -> None:
+        super().restore(checkpoint_path)
+        # Trials asked after the searcher's last snapshot are unknown to the restored run and
+        # would stay RUNNING forever; close them as FAIL, saying why.
+        known = {t.number for t in self._ot_trials.values()}
+        for orphan in self._ot_study.get_trials(states=(optuna.trial.TrialState.RUNNING,)):
+            if orphan.number not in known:
+                self._ot_study._storage.set_trial_user_attr(
+                    orphan._trial_id, ORPHANED, "asked before the driver stopped; never ran"
+                )
+                self._ot_study.tell(orphan.number, state=optuna.trial.TrialState.FAIL)
