@@ -25,29 +25,21 @@ import argparse
 import dataclasses
 import json
 import multiprocessing
+import runpy
 import statistics
 import tempfile
+from pathlib import Path
 from typing import Any
 
 import ray
 from ray import tune
 
-from tuner import SEED_PARAMS, ExperimentConfig, SearchSpace, build_tuner
+from tuner import SEED_PARAMS, ExperimentConfig, build_tuner
+
+ROOT = Path(__file__).resolve().parents[1]
 
 # The quickstart's space: small networks around the seed's own settings.
-SPACE = SearchSpace(
-    depth=(2, 8),
-    filters=(8, 16),
-    kernel_size=(3, 5, 7),
-    activation=("relu", "seed"),
-    pooling=("none", "max"),
-    pool_every=(1, 2),
-    norm=("none", "batch"),
-    head_width=(64,),
-    lr=(1e-4, 1e-2),
-    beta2=(0.9, 0.999),
-    batch_size=(32, 64),
-)
+SPACE = runpy.run_path(str(ROOT / "experiments" / "quickstart.py"), run_name="space")["SPACE"]
 
 STRATEGIES = ("tpe_asha", "random_asha", "random_full", "seed_alone")
 
