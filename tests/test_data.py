@@ -144,3 +144,28 @@ def test_rmse_per_output():
     assert errors["rmse_y"] == 0.0
     assert errors["rmse_r"] == pytest.approx(1.0)
     assert errors["rmse"] == pytest.approx(math.sqrt(10 / 3))
+
+
+@pytest.mark.parametrize(
+    ("size", "dots", "darkness", "dtype"),
+    [(33, 500, 0.5, torch.float32), (7, 13, 0.25, torch.float32), (64, 500, 0.5, torch.float64)],
+)
+def test_drawing_matches_seed_loop_on_ties_odd_sizes_and_other_settings(
+    size, dots, darkness, dtype
+):
+    config = CircleConfig(image_size=size, min_radius=0, max_radius=size, dots=dots)
+    rng = random.Random(size)
+    # Half-integer centres put many coordinates exactly on a rounding tie; radius 0 draws dots.
+    circles = [
+        (rng.randrange(-4, 2 * size) / 2, rng.randrange(-4, 2 * size) / 2, r)
+        for r in (0, 1, 2, size // 3, size // 2, size)
+    ]
+    noise = torch.rand(len(circles), size, size, generator=torch.Generator().manual_seed(1))
+    noise = noise.to(dtype)
+    expected = noise.numpy().copy()
+    for image, (x, y, radius) in zip(expected, circles, strict=True):
+        seed_draw_circle(image, x, y, radius, darkness, config.width, dots)
+    drawn = draw_circles(
+        noise.clone(), torch.tensor(circles, dtype=torch.float64), config, darkness
+    )
+    np.testing.assert_array_equal(drawn.numpy(), expected)
