@@ -40,7 +40,7 @@ def _finished_in_study(path: Path) -> int:
         return 0
     try:
         study = optuna.load_study(study_name=STUDY_NAME, storage=f"sqlite:///{path / STUDY_FILE}")
-    except (KeyError, sqlalchemy.exc.OperationalError):  # not created yet
+    except (KeyError, sqlalchemy.exc.SQLAlchemyError):  # the driver is still creating it
         return 0
     return sum(t.state.is_finished() for t in study.trials)
 
