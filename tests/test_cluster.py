@@ -12,6 +12,7 @@ from ray.cluster_utils import Cluster
 from ray.tune import ExperimentAnalysis
 
 from tests.conftest import load_experiment_script
+from tuner import cli
 from tuner.experiment import main
 
 pytestmark = pytest.mark.ray
@@ -43,7 +44,7 @@ def _reports(trial_dir: Path) -> list[dict]:
     return [json.loads(line) for line in lines if line.strip()]
 
 
-def test_trials_spread_over_worker_nodes(cluster, tmp_path):
+def test_trials_spread_over_worker_nodes(cluster, tmp_path, capsys):
     cluster, workers = cluster
     results = _run_quickstart(cluster.address, tmp_path, "spread", "--num-samples", "6")
 
@@ -51,6 +52,18 @@ def test_trials_spread_over_worker_nodes(cluster, tmp_path):
     nodes = {r.metrics["node_id"] for r in results}
     assert len(nodes) >= 2
     assert nodes <= {w.node_id for w in workers}, "a trial ran on the head"
+
+    # Each trial's TensorBoard file reached the experiment directory from its node.
+    for result in results:
+        assert list(Path(result.path).glob("events.out.tfevents.*")), result.path
+
+    # The inspection command reads the outcome.
+    capsys.readouterr()
+    assert cli.main(["results", str(tmp_path / "spread"), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    best = results.get_best_result("val_rmse", "min")
+    assert report["best"]["trial_id"] == best.metrics["trial_id"]
+    assert len(report["trials"]) == 6
 
 
 def test_lost_node_trials_continue_from_checkpoint_elsewhere(cluster, tmp_path):
