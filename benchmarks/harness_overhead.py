@@ -4,8 +4,9 @@
     python benchmarks/harness_overhead.py --smoke    # seconds; what the tests run
 
 1. One config trained bare (this process, one torch thread) and inside a Tune trial (one CPU),
-   each for the same iterations of steps plus a validation pass: samples per second, and their
-   ratio (goal: the trial keeps at least 95 % of the bare speed).
+   each for the same iterations of steps plus a validation pass: samples per second after the
+   first iteration, and their ratio (goal: the trial keeps at least 95 % of the bare speed);
+   also the ratio counting the first iteration, which includes each side's start-up.
 2. Many trivial trials, which report once and end, through the whole harness (Optuna sampling,
    ASHA, checkpoint config, logging) with actor reuse on and off: seconds of wall time per trial
    per concurrent slot (goal: at most 0.2 s with reuse).
@@ -44,24 +45,25 @@ PARAMS = {
 }
 
 
-def bare_samples_per_s(experiment: ExperimentConfig) -> float:
+def bare_samples_per_s(experiment: ExperimentConfig) -> dict[str, float]:
+    """Samples per second of the plain loop: from the model's construction, and after the
+    first iteration (the steady state)."""
     from models import Trainer
 
-    # Timed from the model's construction, as a trial's first iteration is.
     torch.set_num_threads(1)
     start = time.perf_counter()
     model, train = configs_from_params(PARAMS, **experiment.train_options())
     trainer = Trainer(model, train, experiment.circles, "cpu", seed=experiment.seed)
+    times = []
     for _ in range(experiment.max_iterations):
         trainer.train_steps(experiment.steps_per_iteration)
         trainer.evaluate()
-    elapsed = time.perf_counter() - start
-    samples = experiment.max_iterations * experiment.steps_per_iteration * train.batch_size
-    return samples / elapsed
+        times.append(time.perf_counter() - start - sum(times))
+    return _rates(times, experiment.steps_per_iteration * train.batch_size)
 
 
-def trial_samples_per_s(experiment: ExperimentConfig, storage: str) -> float:
-    """The same work in one Tune trial: wall time of its iterations, reports included."""
+def trial_samples_per_s(experiment: ExperimentConfig, storage: str) -> dict[str, float]:
+    """The same work in one Tune trial, from its iterations' wall times, reports included."""
     trainable = tune.with_resources(train_circles, {"cpu": 1})
     tuner = tune.Tuner(
         trainable,
@@ -71,10 +73,18 @@ def trial_samples_per_s(experiment: ExperimentConfig, storage: str) -> float:
     result = tuner.fit()[0]
     if result.error:
         raise result.error
-    history = result.metrics_dataframe
-    elapsed = history["time_this_iter_s"].sum()
-    samples = len(history) * experiment.steps_per_iteration * PARAMS["batch_size"]
-    return samples / elapsed
+    times = list(result.metrics_dataframe["time_this_iter_s"])
+    return _rates(times, experiment.steps_per_iteration * PARAMS["batch_size"])
+
+
+def _rates(times: list[float], samples_per_iteration: int) -> dict[str, float]:
+    # The first iteration also pays for starting up (imports, model, validation set); that cost
+    # is what the start-cost figure measures, so the steady state leaves it out.
+    steady = times[1:] or times
+    return {
+        "with_start": len(times) * samples_per_iteration / sum(times),
+        "steady": len(steady) * samples_per_iteration / sum(steady),
+    }
 
 
 def _report_once(config: dict) -> None:
@@ -129,10 +139,13 @@ def main() -> None:
     finally:
         ray.shutdown()
 
+    best_bare = max(bare, key=lambda r: r["steady"])
+    best_trial = max(trial, key=lambda r: r["steady"])
     figures = {
-        "bare_samples_per_s": max(bare),
-        "trial_samples_per_s": max(trial),
-        "trial_over_bare": max(trial) / max(bare),
+        "bare_samples_per_s": best_bare["steady"],
+        "trial_samples_per_s": best_trial["steady"],
+        "trial_over_bare": best_trial["steady"] / best_bare["steady"],
+        "trial_over_bare_with_start": best_trial["with_start"] / best_bare["with_start"],
         "start_s_per_trial_per_slot_reuse": reuse,
         "start_s_per_trial_per_slot_no_reuse": fresh,
         "trivial_trials": trials,
@@ -145,9 +158,10 @@ def main() -> None:
         f"training, one config, {experiment.steps_per_iteration} steps x "
         f"{experiment.max_iterations} iterations, one CPU thread"
     )
-    print(f"  bare loop          {figures['bare_samples_per_s']:10.1f} samples/s")
-    print(f"  inside a trial     {figures['trial_samples_per_s']:10.1f} samples/s")
+    print(f"  bare loop          {figures['bare_samples_per_s']:10.1f} samples/s, steady state")
+    print(f"  inside a trial     {figures['trial_samples_per_s']:10.1f} samples/s, steady state")
     print(f"  trial / bare       {figures['trial_over_bare']:10.1%}   (goal >= 95 %)")
+    print(f"  counting start-up  {figures['trial_over_bare_with_start']:10.1%}")
     print(f"start cost, {trials} trivial trials on {slots} slots")
     print(f"  actor reuse on     {reuse:10.3f} s per trial per slot   (goal <= 0.2 s)")
     print(f"  actor reuse off    {fresh:10.3f} s per trial per slot")
