@@ -15,6 +15,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import ray
 import torch
 from ray import tune
@@ -125,7 +126,8 @@ def train_circles(config: dict[str, Any]) -> None:
         board.close()
 
 
-def _prediction_grid(trainer: Trainer):
+def _prediction_grid(trainer: Trainer) -> np.ndarray:
+    """Eight validation images, true circle dark and predicted bright, as one RGB grid."""
     images = trainer.val_images[:_PICTURE_IMAGES]
     labels = trainer.val_labels[:_PICTURE_IMAGES]
     pictures = overlay_circles(images, labels, trainer.predict(images), trainer.circles)
