@@ -3,14 +3,9 @@
 The only package of circletune that imports Ray.
 """
 
-from tuner.search import (
-    METRIC,
-    MODE,
-    ExperimentConfig,
-    PruningOptunaSearch,
-    build_tuner,
-    run_search,
-)
+from tuner.config import METRIC, MODE, ExperimentConfig
+from tuner.search import build_tuner, run_search
+from tuner.searcher import PruningOptunaSearch
 from tuner.space import SEED_PARAMS, SearchSpace, configs_from_params, define_by_run
 from tuner.trainable import load_checkpoint, train_circles
 

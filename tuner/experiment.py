@@ -19,13 +19,9 @@ from typing import Any
 
 from ray import tune
 
-from tuner.search import (
-    METRIC,
-    ExperimentConfig,
-    StorageError,
-    load_experiment_config,
-    run_search,
-)
+from tuner.config import METRIC, ExperimentConfig, load_experiment_config
+from tuner.guard import StorageError
+from tuner.search import run_search
 from tuner.space import SearchSpace
 
 __all__ = ["main", "parse_experiment"]

@@ -20,42 +20,23 @@ import ray
 from ray import tune
 from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 from ray.tune.schedulers import ASHAScheduler
+from ray.tune.stopper import CombinedStopper
 
 from tuner.config import (
     CONFIG_FILE,
     METRIC,
     MODE,
-    ORPHANED,
-    RAY_TRIAL_ID,
     SNAPSHOT_PERIOD_S,
     STUDY_FILE,
     STUDY_NAME,
     ExperimentConfig,
-    load_experiment_config,
 )
 from tuner.guard import StorageError, StorageGuard
 from tuner.searcher import PruningOptunaSearch
 from tuner.space import SEED_PARAMS, SearchSpace, define_by_run
 from tuner.trainable import SETTINGS, train_circles
 
-# Re-exported: readers of an experiment find its names here too.
-__all__ = [
-    "CONFIG_FILE",
-    "METRIC",
-    "MODE",
-    "ORPHANED",
-    "RAY_TRIAL_ID",
-    "STUDY_FILE",
-    "STUDY_NAME",
-    "ExperimentConfig",
-    "PruningOptunaSearch",
-    "StorageError",
-    "StorageGuard",
-    "build_tuner",
-    "connect",
-    "load_experiment_config",
-    "run_search",
-]
+__all__ = ["build_searcher", "build_tuner", "connect", "run_search", "study_storage_url"]
 
 logger = logging.getLogger(__name__)
 
@@ -173,8 +154,6 @@ def _run_config(experiment: ExperimentConfig, stop: tune.Stopper | None) -> tune
 def _combine(stoppers: list[tune.Stopper]) -> tune.Stopper | None:
     if len(stoppers) <= 1:
         return stoppers[0] if stoppers else None
-    from ray.tune.stopper import CombinedStopper
-
     return CombinedStopper(*stoppers)
 
 

@@ -40,6 +40,7 @@ class PruningOptunaSearch(OptunaSearch):
     def __init__(self, *args: Any, max_iterations: int, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._max_iterations = max_iterations
+        self._closed_before_restore: set[str] = set()
 
     def suggest(self, trial_id: str) -> dict[str, Any] | None:
         try:
@@ -80,14 +81,21 @@ class PruningOptunaSearch(OptunaSearch):
             super().on_trial_complete(trial_id, result=result, error=error)
 
     def _finished_in_study(self, trial_id: str) -> bool:
-        # After a driver crash, Ray may rerun the tail of a trial the study already closed.
-        ot_trial = self._ot_trials.get(trial_id)
-        if ot_trial is None:
-            return False
-        return ot_trial.storage.get_trial(ot_trial._trial_id).state.is_finished()
+        return trial_id in self._closed_before_restore
 
     def restore(self, checkpoint_path: str) -> None:
         super().restore(checkpoint_path)
+        # A driver that crashed may have closed trials in the study after the snapshot restored
+        # here; Ray may rerun their tail, and the study must not hear of them again. Only a
+        # restore can leave the two out of step, so the study is read once, here.
+        finished = {
+            t.number for t in self._ot_study.get_trials(deepcopy=False) if t.state.is_finished()
+        }
+        self._closed_before_restore = {
+            trial_id
+            for trial_id, ot_trial in self._ot_trials.items()
+            if ot_trial.number in finished and trial_id not in self._completed_trials
+        }
         # Trials asked after the searcher's last snapshot are unknown to the restored run and
         # would stay RUNNING forever; close them as FAIL, saying why.
         known = {t.number for t in self._ot_trials.values()}
