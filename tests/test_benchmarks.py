@@ -3,6 +3,7 @@
 No figure is judged here; timings belong in the benchmarks' own output.
 """
 
+import importlib.util
 import json
 import math
 import subprocess
@@ -51,3 +52,32 @@ def test_search_efficiency_spends_the_same_budget_on_each_strategy():
         (best,) = figures["best_val_rmse"]["values"]
         assert math.isfinite(best) and best > 0
         assert figures["steps_to_target"]["reached"] in (0, 1)
+
+
+def _search_efficiency_module():
+    spec = importlib.util.spec_from_file_location(
+        "search_efficiency", ROOT / "benchmarks" / "search_efficiency.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_runs_that_miss_the_target_rank_above_every_run_that_reaches_it():
+    summarise = _search_efficiency_module().summarise
+    assert summarise([300, None, 200])["median"] == 300
+    assert summarise([None, None, 200]) == {
+        "values": [None, None, 200],
+        "reached": 1,
+        "median": None,  # most runs missed: the median lies above the budget
+        "min": 200,
+        "max": 200,
+    }
+    assert summarise([400, 100])["median"] == 250
+
+
+def test_ratio_against_a_strategy_that_missed_the_target_is_an_upper_bound():
+    compare = _search_efficiency_module().compare
+    assert compare(300, 600, budget=960) == (0.5, False)
+    assert compare(480, None, budget=960) == (0.5, True)
+    assert compare(None, 600, budget=960) == (None, False)
