@@ -1,6 +1,8 @@
 """Does the search reach a good model with less compute than simpler ways of spending it?
 
-    python benchmarks/search_efficiency.py             # about 30 minutes on 2 CPU cores
+    python benchmarks/search_efficiency.py             # about 70 minutes on 2 CPU cores
+    python benchmarks/search_efficiency.py --strategies tpe_asha random_asha random_full
+                                                       # the searches alone: about 30 minutes
     python benchmarks/search_efficiency.py --scale 4   # four times the budget per run
     python benchmarks/search_efficiency.py --smoke     # seconds; what the tests run
 
