@@ -152,7 +152,7 @@ def main() -> None:
 
     # A full trial is 8 x 20 = 160 steps and the budget 960, six full trainings: enough for
     # random_full to try several networks and for ASHA to have something to cut. ASHA decides
-    # after 20, 40 and 80 steps. A run fits about 13 trials, so TPE models from the 5th on.
+    # after 20, 40 and 80 steps. A run holds 12 to 17 trials; TPE models from the 5th on.
     base = ExperimentConfig(
         num_samples=1000,  # the step budget ends every run first
         max_concurrent=2,
