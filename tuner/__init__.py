@@ -4,6 +4,7 @@ The only package of circletune that imports Ray.
 """
 
 from tuner.config import METRIC, MODE, ExperimentConfig
+from tuner.scheduler import SuccessiveHalving
 from tuner.search import build_tuner, run_search
 from tuner.searcher import PruningOptunaSearch
 from tuner.space import SEED_PARAMS, SearchSpace, configs_from_params, define_by_run
@@ -16,6 +17,7 @@ __all__ = [
     "ExperimentConfig",
     "PruningOptunaSearch",
     "SearchSpace",
+    "SuccessiveHalving",
     "build_tuner",
     "configs_from_params",
     "define_by_run",

@@ -19,7 +19,6 @@ import optuna
 import ray
 from ray import tune
 from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
-from ray.tune.schedulers import ASHAScheduler
 from ray.tune.stopper import CombinedStopper
 
 from tuner.config import (
@@ -32,6 +31,7 @@ from tuner.config import (
     ExperimentConfig,
 )
 from tuner.guard import StorageError, StorageGuard
+from tuner.scheduler import SuccessiveHalving
 from tuner.searcher import PruningOptunaSearch
 from tuner.space import SEED_PARAMS, SearchSpace, define_by_run
 from tuner.trainable import SETTINGS, train_circles
@@ -99,8 +99,7 @@ def build_tuner(
         trainable, {"cpu": experiment.cpus_per_trial, "gpu": experiment.gpus_per_trial}
     )
     scheduler = (
-        ASHAScheduler(
-            time_attr="training_iteration",
+        SuccessiveHalving(
             max_t=experiment.max_iterations,
             grace_period=experiment.grace_period,
             reduction_factor=experiment.reduction_factor,
