@@ -58,6 +58,7 @@ class StepBudget(tune.Stopper):
         self.spent = 0
         self.curve: list[tuple[int, float]] = []  # (steps spent, best val_rmse so far)
         self._last_step: dict[str, int] = {}
+        self.trials: dict[str, dict[str, Any]] = {}  # trial id -> steps, last val_rmse, params
 
     def __call__(self, trial_id: str, result: dict[str, Any]) -> bool:
         step = int(result["step"])
@@ -65,6 +66,8 @@ class StepBudget(tune.Stopper):
         self._last_step[trial_id] = step
         best = min(result["val_rmse"], self.curve[-1][1] if self.curve else float("inf"))
         self.curve.append((self.spent, best))
+        params = {k: v for k, v in result.get("config", {}).items() if k != "settings"}
+        self.trials[trial_id] = {"steps": step, "val_rmse": result["val_rmse"], **params}
         return False
 
     def stop_all(self) -> bool:
@@ -159,7 +162,7 @@ def main() -> None:
         cpus_per_trial=1,
         steps_per_iteration=4 if args.smoke else 20,
         max_iterations=2 if args.smoke else 8,
-        grace_period=1,
+        grace_period=1 if args.smoke else 2,
         reduction_factor=2,
         n_startup_trials=2 if args.smoke else 4,
         val_size=32 if args.smoke else 256,
@@ -196,6 +199,7 @@ def main() -> None:
                 "steps_to_target": summarise([r.steps_to(args.target) for r in stoppers]),
                 "best_val_rmse": summarise([r.best_within_budget() for r in stoppers]),
                 "steps_spent": [r.spent for r in stoppers],
+                "trials": [list(r.trials.values()) for r in stoppers],
             }
             for strategy, stoppers in runs.items()
         },
