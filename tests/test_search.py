@@ -14,6 +14,7 @@ from tuner import SEED_PARAMS, SearchSpace, build_tuner, run_search, train_circl
 from tuner.board import CURVES
 from tuner.config import RAY_TRIAL_ID, STUDY_FILE, STUDY_NAME, ExperimentConfig
 from tuner.experiment import main, parse_experiment
+from tuner.trainable import SETTINGS
 
 pytestmark = pytest.mark.ray
 
@@ -165,6 +166,40 @@ def test_nan_loss_ends_one_trial_as_error_and_the_search_goes_on(ray_session, tm
     )
     states = [t.state for t in study.trials]
     assert states.count(optuna.trial.TrialState.FAIL) == 1
+
+
+def _trainable_improving_with_each_trial(counter: Path):
+    """Each new trial scores one pixel better than the last, the same at every iteration."""
+
+    def scripted(config):
+        with counter.open("a") as f:
+            f.write(".")
+        score = 10.0 - counter.stat().st_size
+        for iteration in range(1, config[SETTINGS]["max_iterations"] + 1):
+            tune.report({"val_rmse": score, "step": iteration})
+
+    return scripted
+
+
+def test_first_arrival_at_each_rung_stops(ray_session, tmp_path):
+    experiment = ExperimentConfig(
+        name="halving",
+        storage_path=str(tmp_path),
+        num_samples=4,
+        max_concurrent=1,  # trials reach each rung in the order they were asked
+        max_iterations=4,
+        grace_period=1,
+        reduction_factor=2,
+    )
+    trainable = _trainable_improving_with_each_trial(tmp_path / "counter")
+    results = build_tuner(experiment, SearchSpace(), trainable).fit()
+    in_order = sorted(results, key=lambda r: -r.metrics["val_rmse"])  # the order they started
+    assert [r.metrics["val_rmse"] for r in in_order] == [9.0, 8.0, 7.0, 6.0]
+    iterations = [r.metrics["training_iteration"] for r in in_order]
+    # Rungs at 1 and 2. The first trial is alone at rung 1 and the second alone at rung 2:
+    # both stop there (Ray's ASHAScheduler would let both go on). The third and fourth are
+    # the best at every rung they reach and run to the end.
+    assert iterations == [1, 2, 4, 4]
 
 
 @pytest.mark.parametrize(
