@@ -94,6 +94,7 @@ def test_lost_node_trials_continue_from_checkpoint_elsewhere(cluster, tmp_path):
         "--num-samples", "3",
         "--steps-per-iteration", "6",
         "--max-iterations", "4",
+        "--no-early-stopping",  # the trial that loses its node must still have steps to run
     )  # fmt: skip
     remover.join()
     assert lost, "no node was removed"

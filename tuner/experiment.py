@@ -68,6 +68,13 @@ def _parser(description: str, defaults: ExperimentConfig) -> argparse.ArgumentPa
     add("--max-iterations", type=int, default=defaults.max_iterations)
     add("--sampler", choices=["tpe", "random"], default=defaults.sampler, help="Optuna sampler")
     add(
+        "--no-early-stopping",
+        dest="early_stopping",
+        action="store_false",
+        default=defaults.early_stopping,
+        help="train every trial for --max-iterations (no successive halving)",
+    )
+    add(
         "--autoscaling",
         action="store_true",
         help="the cluster adds nodes on demand: do not require a node that fits a trial now",
@@ -103,6 +110,7 @@ def parse_experiment(
         ("max_iterations", "max_iterations"),
         ("autoscaling", "autoscaling"),
         ("sampler", "sampler"),
+        ("early_stopping", "early_stopping"),
     ):
         value = getattr(args, flag)
         if value != parser.get_default(flag) or field not in overrides:
