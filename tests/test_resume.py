@@ -1,7 +1,9 @@
 """A driver killed with SIGKILL mid-search, then `--resume`: nothing finished runs again."""
 
+import contextlib
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -9,7 +11,6 @@ from pathlib import Path
 
 import optuna
 import pytest
-import sqlalchemy.exc
 from ray.tune import ExperimentAnalysis
 
 from tests.conftest import ROOT, kill_session, session_processes
@@ -36,13 +37,15 @@ def _quickstart(storage: Path, *extra: str) -> subprocess.Popen:
 
 
 def _finished_in_study(path: Path) -> int:
-    if not (path / STUDY_FILE).exists():
-        return 0
+    # Read-only: opening the study with Optuna could write its schema while the driver does.
     try:
-        study = optuna.load_study(study_name=STUDY_NAME, storage=f"sqlite:///{path / STUDY_FILE}")
-    except (KeyError, sqlalchemy.exc.SQLAlchemyError):  # the driver is still creating it
+        with contextlib.closing(
+            sqlite3.connect(f"file:{path / STUDY_FILE}?mode=ro", uri=True, timeout=1)
+        ) as db:
+            query = "SELECT COUNT(*) FROM trials WHERE state IN ('COMPLETE', 'PRUNED', 'FAIL')"
+            return db.execute(query).fetchone()[0]
+    except sqlite3.Error:  # not there yet, or the driver is still creating it
         return 0
-    return sum(t.state.is_finished() for t in study.trials)
 
 
 def _terminated_in_snapshot(path: Path) -> set[str]:

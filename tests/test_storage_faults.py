@@ -46,6 +46,15 @@ def _make_immutable(disk):
     subprocess.run(["chattr", "-R", "+i", str(disk)], check=True)
 
 
+def _snapshot_has_results(path) -> bool:
+    """Whether Ray's last experiment snapshot already holds a reported val_rmse."""
+    try:
+        trials = ExperimentAnalysis(str(path)).trials
+    except Exception:  # no snapshot yet, or one being written
+        return False
+    return any(t.last_result.get("val_rmse") is not None for t in trials)
+
+
 @pytest.mark.parametrize(
     ("fault", "reason"),
     [(_fill, "No space left on device"), (_make_immutable, "Operation not permitted")],
@@ -58,7 +67,8 @@ def test_storage_fault_stops_the_search_with_the_path_named(
     def strike_after_first_results():
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
-            if sum(1 for _ in path.glob("trial_*/checkpoint_*")) >= 2:
+            checkpoints = sum(1 for _ in path.glob("trial_*/checkpoint_*"))
+            if checkpoints >= 2 and _snapshot_has_results(path):
                 fault(small_disk)
                 return
             time.sleep(0.1)
