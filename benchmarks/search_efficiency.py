@@ -1,8 +1,8 @@
 """Does the search reach a good model with less compute than simpler ways of spending it?
 
-    python benchmarks/search_efficiency.py             # about 70 minutes on 2 CPU cores
+    python benchmarks/search_efficiency.py             # about 80 minutes on 2 CPU cores
     python benchmarks/search_efficiency.py --strategies tpe_asha random_asha random_full
-                                                       # the searches alone: about 30 minutes
+                                                       # the searches alone: about 40 minutes
     python benchmarks/search_efficiency.py --scale 4   # four times the budget per run
     python benchmarks/search_efficiency.py --smoke     # seconds; what the tests run
 
@@ -155,7 +155,8 @@ def main() -> None:
 
     # A full trial is 8 x 20 = 160 steps and the budget 960, six full trainings: enough for
     # random_full to try several networks and for ASHA to have something to cut. ASHA decides
-    # after 20, 40 and 80 steps. A run holds 12 to 17 trials; TPE models from the 5th on.
+    # after 40 and 80 steps (after 20, most of the ranking is noise). A run holds 12 or 13
+    # trials; TPE models from the 5th on.
     base = ExperimentConfig(
         num_samples=1000,  # the step budget ends every run first
         max_concurrent=2,
