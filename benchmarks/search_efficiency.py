@@ -38,6 +38,7 @@ import ray
 from ray import tune
 
 from tuner import SEED_PARAMS, ExperimentConfig, build_tuner
+from tuner.trainable import SETTINGS
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -66,7 +67,7 @@ class StepBudget(tune.Stopper):
         self._last_step[trial_id] = step
         best = min(result["val_rmse"], self.curve[-1][1] if self.curve else float("inf"))
         self.curve.append((self.spent, best))
-        params = {k: v for k, v in result.get("config", {}).items() if k != "settings"}
+        params = {k: v for k, v in result.get("config", {}).items() if k != SETTINGS}
         self.trials[trial_id] = {"steps": step, "val_rmse": result["val_rmse"], **params}
         return False
 
