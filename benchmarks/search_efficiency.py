@@ -1,9 +1,8 @@
 """Does the search reach a good model with less compute than simpler ways of spending it?
 
-    python benchmarks/search_efficiency.py             # about 80 minutes on 2 CPU cores
-    python benchmarks/search_efficiency.py --strategies tpe_asha random_asha random_full
-                                                       # the searches alone: about 40 minutes
-    python benchmarks/search_efficiency.py --scale 4   # four times the budget per run
+    python benchmarks/search_efficiency.py             # 320 steps a run: about 25 minutes
+    python benchmarks/search_efficiency.py --scale 3   # 960 steps, the published figures:
+                                                       # about 80 minutes on 2 CPU cores
     python benchmarks/search_efficiency.py --smoke     # seconds; what the tests run
 
 Compute is counted in optimiser steps, summed over every trial of a run, so the figures do not
@@ -154,10 +153,12 @@ def main() -> None:
     if args.seeds < 1 or args.first_seed < 0 or args.scale <= 0:
         parser.error("--seeds must be >= 1, --first-seed >= 0 and --scale > 0")
 
-    # A full trial is 8 x 20 = 160 steps and the budget 960, six full trainings: enough for
-    # random_full to try several networks and for ASHA to have something to cut. ASHA decides
-    # after 40 and 80 steps (after 20, most of the ranking is noise). A run holds 12 or 13
-    # trials; TPE models from the 5th on.
+    # A full trial is 8 x 20 = 160 steps. The default budget, 320 steps, is two full trainings
+    # and fits 2 CPU cores in about 25 minutes (a step of the seed network alone costs about
+    # 1.2 s there); at --scale 3 it is six, enough for random_full to try several networks and
+    # for successive halving to have something to cut: a run then holds 12 or 13 trials and
+    # TPE models from the 5th on. Halving decides after 40 and 80 steps (after 20, most of the
+    # ranking is noise).
     base = ExperimentConfig(
         num_samples=1000,  # the step budget ends every run first
         max_concurrent=2,
@@ -172,7 +173,7 @@ def main() -> None:
         checkpoint_every=4,
         picture_every=1000,
     )
-    budget = int((24 if args.smoke else 960) * args.scale)
+    budget = int((24 if args.smoke else 320) * args.scale)
 
     seeds = range(args.first_seed, args.first_seed + args.seeds)
     runs: dict[str, list[StepBudget]] = {s: [] for s in args.strategies}
