@@ -1,6 +1,6 @@
 """Does the search reach a good model with less compute than simpler ways of spending it?
 
-    python benchmarks/search_efficiency.py             # 320 steps a run: about 25 minutes
+    python benchmarks/search_efficiency.py             # 320 steps a run: about 35 minutes
     python benchmarks/search_efficiency.py --scale 3   # 960 steps, the published figures:
                                                        # about 80 minutes on 2 CPU cores
     python benchmarks/search_efficiency.py --smoke     # seconds; what the tests run
@@ -154,11 +154,11 @@ def main() -> None:
         parser.error("--seeds must be >= 1, --first-seed >= 0 and --scale > 0")
 
     # A full trial is 8 x 20 = 160 steps. The default budget, 320 steps, is two full trainings
-    # and fits 2 CPU cores in about 25 minutes (a step of the seed network alone costs about
-    # 1.2 s there); at --scale 3 it is six, enough for random_full to try several networks and
-    # for successive halving to have something to cut: a run then holds 12 or 13 trials and
-    # TPE models from the 5th on. Halving decides after 40 and 80 steps (after 20, most of the
-    # ranking is noise).
+    # and takes about 35 minutes on 2 CPU cores (half of it the seed network alone, whose step
+    # costs about 1.2 s there), too few for any search to reach 4.0 px; at --scale 3 it is six,
+    # enough for random_full to try several networks and for successive halving to have
+    # something to cut: a run then holds 12 or 13 trials and TPE models from the 5th on.
+    # Halving decides after 40 and 80 steps (after 20, most of the ranking is noise).
     base = ExperimentConfig(
         num_samples=1000,  # the step budget ends every run first
         max_concurrent=2,

@@ -1,6 +1,6 @@
 """Quickstart: a small search on an embedded local Ray, sized for a laptop's CPUs.
 
-python experiments/quickstart.py                 # about 3 to 7 minutes on 2 CPU cores
+python experiments/quickstart.py                 # about 6.5 minutes on 2 CPU cores
 python experiments/quickstart.py --smoke-test    # seconds; what the tests run
 """
 
