@@ -78,6 +78,14 @@ def test_runs_that_miss_the_target_rank_above_every_run_that_reaches_it():
 
 def test_ratio_against_a_strategy_that_missed_the_target_is_an_upper_bound():
     compare = _search_efficiency_module().compare
-    assert compare(300, 600, budget=960) == (0.5, False)
-    assert compare(480, None, budget=960) == (0.5, True)
-    assert compare(None, 600, budget=960) == (None, False)
+
+    def medians(tpe, full):
+        return {"tpe_asha": {"steps_to_target": {"median": tpe}}} | (
+            {} if full == "not run" else {"random_full": {"steps_to_target": {"median": full}}}
+        )
+
+    assert compare(medians(300, 600), budget=960) == (0.5, False)
+    assert compare(medians(480, None), budget=960) == (0.5, True)
+    assert compare(medians(None, 600), budget=960) == (None, False)
+    # A run without random_full has no ratio, not a bound against the budget.
+    assert compare(medians(480, "not run"), budget=960) == (None, False)
