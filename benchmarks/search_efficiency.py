@@ -13,7 +13,8 @@ search space, with the same number of concurrent trials, over several seeds:
 - random_asha: random sampling with ASHA;
 - random_full: random sampling, every trial trained to the end;
 - seed_alone: the seed network with the seed's settings, trained alone for the whole budget
-  (with `models.train`'s Trainer, outside Ray: one run needs no search; seeds run two at a time).
+  (with `models.train`'s Trainer, outside Ray: one run needs no search; every seed at
+  once, a process and a thread each, so that no core idles while the last seed trains).
 
 Reported per strategy: the steps it needed before any trial reached the target val_rmse, and
 the best val_rmse at the end of the budget, as median and range over seeds. Goal: tpe_asha
@@ -185,7 +186,7 @@ def main() -> None:
     searches = [s for s in args.strategies if s != "seed_alone"]
     if "seed_alone" in args.strategies:
         context = multiprocessing.get_context("spawn")
-        with context.Pool(2) as pool:
+        with context.Pool(len(seeds)) as pool:
             jobs = [(seed, base, budget) for seed in seeds]
             runs["seed_alone"] = pool.starmap(train_seed_alone, jobs)
     if searches:
