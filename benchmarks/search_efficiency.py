@@ -1,8 +1,9 @@
 """Does the search reach a good model with less compute than simpler ways of spending it?
 
-    python benchmarks/search_efficiency.py             # 320 steps a run: about 35 minutes
-    python benchmarks/search_efficiency.py --scale 3   # 960 steps, the published figures:
-                                                       # about 80 minutes on 2 CPU cores
+    python benchmarks/search_efficiency.py             # 320 steps a run: about 30 minutes
+    python benchmarks/search_efficiency.py --scale 3   # 960 steps: about 80 minutes on 2 CPU
+                                                       # cores; the published figures come
+                                                       # from --scale 3 and --scale 6
     python benchmarks/search_efficiency.py --smoke     # seconds; what the tests run
 
 Compute is counted in optimiser steps, summed over every trial of a run, so the figures do not
@@ -160,7 +161,7 @@ def main() -> None:
         parser.error("--seeds must be >= 1, --first-seed >= 0 and --scale > 0")
 
     # A full trial is 8 x 20 = 160 steps. The default budget, 320 steps, is two full trainings
-    # and takes about 35 minutes on 2 CPU cores (half of it the seed network alone, whose step
+    # and takes about 30 minutes on 2 CPU cores (13 of them the seed network alone, whose step
     # costs about 1.2 s there), too few for any search to reach 4.0 px; at --scale 3 it is six,
     # enough for random_full to try several networks and for successive halving to have
     # something to cut: a run then holds 12 or 13 trials and TPE models from the 5th on.
