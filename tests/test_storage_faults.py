@@ -4,11 +4,17 @@ import subprocess
 import threading
 import time
 
+import optuna
 import pytest
 from ray.tune import ExperimentAnalysis
+from ray.tune.search import Searcher
 
 from tests.conftest import load_experiment_script
+from tuner import SearchSpace
+from tuner.config import ExperimentConfig
 from tuner.experiment import main
+from tuner.guard import StorageGuard
+from tuner.search import build_searcher
 
 pytestmark = pytest.mark.ray
 
@@ -98,3 +104,32 @@ def test_storage_fault_stops_the_search_with_the_path_named(
     assert analysis.trials
     reported = [t for t in analysis.trials if t.last_result.get("val_rmse") is not None]
     assert reported
+
+
+def test_study_on_a_read_only_directory_ends_the_search_at_once(small_disk):
+    # Between two trials nothing runs, so only the searcher sees the fault; asking again and
+    # again would hold the search for Tune's ten-minute wait.
+    experiment = ExperimentConfig(name="q", storage_path=str(small_disk))
+    searcher = build_searcher(experiment, SearchSpace())
+    _make_immutable(small_disk)
+    try:
+        assert searcher.suggest("first") == Searcher.FINISHED
+        failure = StorageGuard.failures.pop(experiment.experiment_path)
+    finally:
+        StorageGuard.failures.pop(experiment.experiment_path, None)
+    assert f"storage path '{experiment.experiment_path}' cannot be written" in failure
+    assert "Operation not permitted" in failure
+
+
+def test_a_transient_study_error_is_retried_not_fatal(small_disk, monkeypatch):
+    experiment = ExperimentConfig(name="q", storage_path=str(small_disk))
+    searcher = build_searcher(experiment, SearchSpace())
+
+    def locked(*args, **kwargs):
+        raise optuna.exceptions.StorageInternalError("database is locked")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(searcher._ot_study, "ask", locked)
+        assert searcher.suggest("first") is None  # the directory still takes writes
+    assert experiment.experiment_path not in StorageGuard.failures
+    assert searcher.suggest("first") is not None

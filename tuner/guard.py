@@ -64,16 +64,21 @@ class StorageGuard(tune.Callback, tune.Stopper):
             )
         return None
 
+    def probe(self) -> str | None:
+        """`check` now; a failure is recorded for `run_search` and releases the reserve."""
+        error = self.check()
+        if error is not None:
+            logger.error("%s", error)
+            StorageGuard.failures[str(self.path)] = error
+            with contextlib.suppress(OSError):  # a read-only directory has nothing to free
+                (self.path / self.RESERVE).unlink(missing_ok=True)
+        return error
+
     def _watch(self, now: bool = False) -> None:
         if self.error is not None or (not now and time.monotonic() - self._last < self.period_s):
             return
         self._last = time.monotonic()
-        self.error = self.check()
-        if self.error is not None:
-            logger.error("%s", self.error)
-            StorageGuard.failures[str(self.path)] = self.error
-            with contextlib.suppress(OSError):  # a read-only directory has nothing to free
-                (self.path / self.RESERVE).unlink(missing_ok=True)
+        self.error = self.probe()
 
     def on_step_end(self, iteration: int, trials: list, **info: Any) -> None:
         self._watch()

@@ -77,6 +77,7 @@ def build_searcher(experiment: ExperimentConfig, space: SearchSpace) -> PruningO
         study_name=STUDY_NAME,
         points_to_evaluate=[dict(SEED_PARAMS)],
         max_iterations=experiment.max_iterations,
+        guarded_path=None if experiment.is_uri else experiment.experiment_path,
     )
 
 

@@ -9,9 +9,11 @@ from typing import Any
 
 import optuna
 import sqlalchemy.exc
+from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
 
 from tuner.config import ORPHANED, RAY_TRIAL_ID
+from tuner.guard import StorageGuard
 
 __all__ = ["PruningOptunaSearch"]
 
@@ -37,9 +39,12 @@ class PruningOptunaSearch(OptunaSearch):
     same step. An errored trial becomes FAIL instead of COMPLETE with its last score.
     """
 
-    def __init__(self, *args: Any, max_iterations: int, **kwargs: Any) -> None:
+    def __init__(
+        self, *args: Any, max_iterations: int, guarded_path: str | None = None, **kwargs: Any
+    ) -> None:
         super().__init__(*args, **kwargs)
         self._max_iterations = max_iterations
+        self._guarded_path = guarded_path  # the experiment directory that holds the study
         self._closed_before_restore: set[str] = set()
 
     def suggest(self, trial_id: str) -> dict[str, Any] | None:
@@ -50,8 +55,13 @@ class PruningOptunaSearch(OptunaSearch):
             self._ot_trials[trial_id].set_user_attr(RAY_TRIAL_ID, trial_id)
         except _STUDY_WRITE_ERRORS as error:
             self._ot_trials.pop(trial_id, None)
+            guarded = getattr(self, "_guarded_path", None)  # absent in older snapshots
+            if guarded is not None and StorageGuard(guarded).probe() is not None:
+                # The directory itself rejects writes. With no trial running, Tune would keep
+                # asking for ten minutes before StorageGuard's next probe; end the search now.
+                return Searcher.FINISHED
             logger.error("the Optuna study rejected a new trial (%s); retrying later", error)
-            return None  # Tune asks again later; StorageGuard stops a search whose disk failed
+            return None  # Tune asks again later
         return config
 
     def on_trial_result(self, trial_id: str, result: dict[str, Any]) -> None:
