@@ -112,11 +112,9 @@ def test_study_on_a_read_only_directory_ends_the_search_at_once(small_disk):
     experiment = ExperimentConfig(name="q", storage_path=str(small_disk))
     searcher = build_searcher(experiment, SearchSpace())
     _make_immutable(small_disk)
-    try:
-        assert searcher.suggest("first") == Searcher.FINISHED
-        failure = StorageGuard.failures.pop(experiment.experiment_path)
-    finally:
-        StorageGuard.failures.pop(experiment.experiment_path, None)
+    suggestion = searcher.suggest("first")
+    failure = StorageGuard.failures.pop(experiment.experiment_path, "")
+    assert suggestion == Searcher.FINISHED
     assert f"storage path '{experiment.experiment_path}' cannot be written" in failure
     assert "Operation not permitted" in failure
 

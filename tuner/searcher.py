@@ -39,12 +39,16 @@ class PruningOptunaSearch(OptunaSearch):
     same step. An errored trial becomes FAIL instead of COMPLETE with its last score.
     """
 
+    # The experiment directory that holds the study; a class default for searchers unpickled
+    # from snapshots older than the attribute.
+    _guarded_path: str | None = None
+
     def __init__(
         self, *args: Any, max_iterations: int, guarded_path: str | None = None, **kwargs: Any
     ) -> None:
         super().__init__(*args, **kwargs)
         self._max_iterations = max_iterations
-        self._guarded_path = guarded_path  # the experiment directory that holds the study
+        self._guarded_path = guarded_path
         self._closed_before_restore: set[str] = set()
 
     def suggest(self, trial_id: str) -> dict[str, Any] | None:
@@ -55,8 +59,7 @@ class PruningOptunaSearch(OptunaSearch):
             self._ot_trials[trial_id].set_user_attr(RAY_TRIAL_ID, trial_id)
         except _STUDY_WRITE_ERRORS as error:
             self._ot_trials.pop(trial_id, None)
-            guarded = getattr(self, "_guarded_path", None)  # absent in older snapshots
-            if guarded is not None and StorageGuard(guarded).probe() is not None:
+            if self._guarded_path and StorageGuard(self._guarded_path).probe() is not None:
                 # The directory itself rejects writes. With no trial running, Tune would keep
                 # asking for ten minutes before StorageGuard's next probe; end the search now.
                 return Searcher.FINISHED
